@@ -215,3 +215,31 @@ func IsKnownEventType(eventType string) bool {
 	_, ok := decoders[eventType]
 	return ok
 }
+
+// PublicData is an event's payload as history and exports show it: sealed
+// values and wrapped keys are left out, whether a client secret was set is
+// kept as clientSecretSet.
+func PublicData(e Event) map[string]any {
+	p, sealed := e.Payload, false
+	switch v := p.(type) {
+	case SecretCreated:
+		sealed, v.SealedClientSecret = v.SealedClientSecret != nil, nil
+		p = v
+	case SecretUpdated:
+		sealed, v.SealedClientSecret = v.SealedClientSecret != nil, nil
+		p = v
+	case SecretKeyIssued:
+		p = SecretKeyIssued{}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return map[string]any{}
+	}
+	out := map[string]any{}
+	_ = json.Unmarshal(b, &out) // a payload marshals to an object
+	delete(out, "wrappedKey")
+	if sealed {
+		out["clientSecretSet"] = true
+	}
+	return out
+}

@@ -180,6 +180,23 @@ type SecretChanges struct {
 	Notes      *string   `json:"notes"`
 }
 
+// ApplyTo returns the fields with the changes made, not yet normalized.
+func (ch SecretChanges) ApplyTo(f SecretFields) SecretFields {
+	for _, set := range []struct {
+		to   *string
+		from *string
+	}{{&f.Name, ch.Name}, {&f.URL, ch.URL}, {&f.ClientID, ch.ClientID},
+		{&f.Identifier, ch.Identifier}, {&f.Method, ch.Method}, {&f.Notes, ch.Notes}} {
+		if set.from != nil {
+			*set.to = *set.from
+		}
+	}
+	if ch.Tags != nil {
+		f.Tags = slices.Clone(*ch.Tags)
+	}
+	return f
+}
+
 // DecideSecret decides what a command does to a secret: the new events, or
 // an error saying why not. All events of one decision share meta.
 func DecideSecret(s Secret, cmd any, meta Meta) ([]Event, error) {
@@ -200,7 +217,7 @@ func decideSecret(s *Secret, cmd any, actor string) ([]Payload, error) {
 	}
 	// Someone who cannot read a secret is not told that it exists.
 	if !s.CanRead(actor) {
-		return nil, Errorf(NotFound, "secret %s not found", s.ID)
+		return nil, s.CheckEdit(actor)
 	}
 	switch c := cmd.(type) {
 	case UpdateSecret:
@@ -258,20 +275,7 @@ func update(s *Secret, c UpdateSecret, actor string) ([]Payload, error) {
 	if err := s.requireEdit(actor); err != nil {
 		return nil, err
 	}
-	next := s.Fields
-	ch := c.Changes
-	for _, set := range []struct {
-		to   *string
-		from *string
-	}{{&next.Name, ch.Name}, {&next.URL, ch.URL}, {&next.ClientID, ch.ClientID},
-		{&next.Identifier, ch.Identifier}, {&next.Method, ch.Method}, {&next.Notes, ch.Notes}} {
-		if set.from != nil {
-			*set.to = *set.from
-		}
-	}
-	if ch.Tags != nil {
-		next.Tags = *ch.Tags
-	}
+	next := c.Changes.ApplyTo(s.Fields)
 	next, err := next.Normalize()
 	if err != nil {
 		return nil, err
@@ -299,6 +303,15 @@ func changedFields(a, b SecretFields) []string {
 		}
 	}
 	return changed
+}
+
+// CheckEdit tells whether the user may edit the secret: NotFound if they
+// may not even read it, Forbidden if they may only read it.
+func (s *Secret) CheckEdit(userID string) error {
+	if !s.CanRead(userID) {
+		return Errorf(NotFound, "secret %s not found", s.ID)
+	}
+	return s.requireEdit(userID)
 }
 
 func (s *Secret) requireEdit(actor string) error {

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/mysafe/mysafe/domain/secretbox"
+	"github.com/mysafe/mysafe/eventstore"
+	"github.com/mysafe/mysafe/eventstore/bolt"
+	"github.com/mysafe/mysafe/eventstore/esdb"
+	api "github.com/mysafe/mysafe/http"
+	"github.com/mysafe/mysafe/projections"
+)
+
+// serveConfig is what serve runs with; every flag has a MYSAFE_* variable.
+type serveConfig struct {
+	addr          string
+	dataDir       string
+	redisURL      string
+	redisPrefix   string
+	eventstoreURL string
+	waitTimeout   time.Duration
+	proxies       []string
+	// listening, when set, is told the address served; tests use it with
+	// addr 127.0.0.1:0.
+	listening func(addr string)
+}
+
+func serveCommand() *cobra.Command {
+	var cfg serveConfig
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the API, the projections and, by default, an embedded event store and Redis",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.addr, "addr", envOr("MYSAFE_ADDR", "127.0.0.1:8080"), "listen address (env MYSAFE_ADDR)")
+	f.StringVar(&cfg.dataDir, "data-dir", envOr("MYSAFE_DATA_DIR", "./mysafe-data"), "data dir: event log, keys (env MYSAFE_DATA_DIR)")
+	f.StringVar(&cfg.redisURL, "redis-url", envOr("MYSAFE_REDIS_URL", ""), "Redis for the read models, e.g. redis://127.0.0.1:6379/0; empty runs an in-process one rebuilt from the log at start (env MYSAFE_REDIS_URL)")
+	f.StringVar(&cfg.redisPrefix, "redis-prefix", envOr("MYSAFE_REDIS_PREFIX", "mysafe:"), "prefix of every Redis key (env MYSAFE_REDIS_PREFIX)")
+	f.StringVar(&cfg.eventstoreURL, "eventstore-url", envOr("MYSAFE_EVENTSTORE_URL", ""), "EventStoreDB connection string, e.g. esdb://host:2113?tls=false; empty uses the embedded store in the data dir (env MYSAFE_EVENTSTORE_URL)")
+	f.StringSliceVar(&cfg.proxies, "trusted-proxies", nil, "addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client IP recorded in audit events; none by default")
+	f.DurationVar(&cfg.waitTimeout, "wait-timeout", 5*time.Second, "how long a query waits for X-MySafe-Min-Position")
+	return cmd
+}
+
+// serve runs until ctx ends, then shuts down in order: stop taking
+// requests, finish those in flight, stop the projections, close the stores.
+func serve(ctx context.Context, cfg serveConfig, stdout io.Writer) error {
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	slog.SetDefault(logger)
+	if err := ensureDataDir(cfg.dataDir); err != nil {
+		return err
+	}
+	master, err := masterKey(cfg.dataDir)
+	if err != nil {
+		return err
+	}
+	keys, err := secretbox.New(master)
+	if err != nil {
+		return err
+	}
+	signingKey, fresh, err := loadOrCreateKey(filepath.Join(cfg.dataDir, signingKeyFile))
+	if err != nil {
+		return err
+	}
+
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	rdb, closeRedis, err := openRedis(ctx, cfg.redisURL)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	projector := projections.New(store, rdb, cfg.redisPrefix, logger)
+	projectorDone := make(chan error, 1)
+	projectorCtx, stopProjector := context.WithCancel(context.WithoutCancel(ctx))
+	go func() { projectorDone <- projector.Run(projectorCtx) }()
+	defer func() {
+		stopProjector()
+		<-projectorDone
+	}()
+
+	server := api.NewServer(api.Config{
+		Store:          store,
+		Keys:           keys,
+		SigningKey:     signingKey,
+		ReadModels:     projections.NewReader(rdb, cfg.redisPrefix),
+		Progress:       projector,
+		Ping:           func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		WaitTimeout:    cfg.waitTimeout,
+		TrustedProxies: cfg.proxies,
+	})
+	listener, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return err
+	}
+	httpServer := &nethttp.Server{Handler: server, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpServer.Serve(listener) }()
+	logger.Info("serving", "addr", "http://"+listener.Addr().String(), "dataDir", cfg.dataDir)
+	if cfg.listening != nil {
+		cfg.listening(listener.Addr().String())
+	}
+
+	if fresh {
+		token, err := api.IssueToken(signingKey, api.Identity{UserID: "admin", Name: "Administrator", Role: api.RoleAdmin}, 24*time.Hour, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "New data dir %s. Admin token (valid 24 h, shown once; `mysafe token` makes more):\n%s\n", cfg.dataDir, token)
+	}
+
+	select {
+	case err := <-served:
+		return err
+	case err := <-projectorDone:
+		projectorDone <- err // for the deferred wait
+		return fmt.Errorf("projections stopped: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := httpServer.Shutdown(shutdownCtx); err != nil && !errors.Is(err, nethttp.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// openStore opens EventStoreDB when a connection string is given, else the
+// embedded store in the data dir.
+func openStore(ctx context.Context, cfg serveConfig) (eventstore.Store, error) {
+	if cfg.eventstoreURL != "" {
+		return esdb.Open(ctx, cfg.eventstoreURL)
+	}
+	return bolt.Open(filepath.Join(cfg.dataDir, "events.db"))
+}
+
+// openRedis connects to the configured Redis, or starts an in-process one:
+// the embedded default keeps read models in memory and rebuilds them from
+// the log at every start.
+func openRedis(ctx context.Context, url string) (redis.UniversalClient, func(), error) {
+	if url == "" {
+		mini := miniredis.NewMiniRedis()
+		if err := mini.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, nil, fmt.Errorf("embedded redis: %w", err)
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: mini.Addr()})
+		return rdb, func() { rdb.Close(); mini.Close() }, nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis at %s does not answer: %w", opts.Addr, err)
+	}
+	return rdb, func() { rdb.Close() }, nil
+}
