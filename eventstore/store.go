@@ -27,7 +27,8 @@ type Store interface {
 	// Append writes events to the end of a stream atomically, if the stream is
 	// at the expected revision. Appending events whose IDs were already
 	// appended at the same place again writes nothing and answers as the first
-	// append did (idempotent retry). A mismatch is a *ConflictError.
+	// append did (idempotent retry; EventStoreDB guarantees it for every
+	// expected revision but Any). A mismatch is a *ConflictError.
 	Append(ctx context.Context, stream string, expected ExpectedRevision, events ...EventData) (AppendResult, error)
 
 	// ReadStream reads up to max events of one stream. A stream that never
@@ -40,13 +41,16 @@ type Store interface {
 	// SubscribeAll follows the global log from an exclusive position: it
 	// delivers the events after `from` that pass the filter (catch-up),
 	// signals CaughtUp once, then delivers new events as they are appended
-	// (live). Nothing resubscribes for the caller: when Recv returns an error
-	// the subscription is over.
+	// (live). An adapter may recover from a transient drop itself, without
+	// losing or repeating an event; once Recv returns an error the
+	// subscription is over.
 	SubscribeAll(ctx context.Context, opts SubscribeAllOptions) (Subscription, error)
 
 	// DeleteStream tombstones a stream: its events are no longer readable and
 	// the stream can never be written again. Used to crypto-shred a secret by
-	// deleting the stream that holds its wrapped data key.
+	// deleting the stream that holds its wrapped data key. On EventStoreDB the
+	// events stay in $all and on disk until the next scavenge, so operations
+	// must schedule scavenges for shredding to be final.
 	DeleteStream(ctx context.Context, stream string, expected ExpectedRevision) error
 
 	// Close releases the store. It ends every open subscription.
@@ -232,8 +236,8 @@ type SubscribeAllOptions struct {
 	// Start delivers the whole log.
 	From Position
 	// Filter keeps only events of streams with one of these name prefixes;
-	// empty keeps every non-system event. System streams (names starting
-	// with "$") are never delivered.
+	// empty keeps every non-system event. System events (stream name or
+	// event type starting with "$") are never delivered.
 	StreamPrefixes []string
 }
 
