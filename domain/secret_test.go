@@ -24,7 +24,6 @@ func created() domain.Payload {
 	return domain.SecretCreated{SecretID: "s1", Owner: "olivia", Fields: fields, SealedClientSecret: []byte("sealed")}
 }
 
-
 var (
 	canView = domain.Permission{CanView: true}
 	canEdit = domain.Permission{CanView: true, CanEdit: true}
