@@ -719,9 +719,11 @@ func (sub *subscription) Recv() (eventstore.SubscriptionMessage, error) {
 			for i := range events {
 				sub.pending = append(sub.pending, eventstore.SubscriptionMessage{Event: &events[i]})
 			}
-			if len(events) == 0 && !sub.caughtUp {
+			if len(events) == 0 {
 				// A filter skipped a whole chunk: say how far we looked, so
-				// a restart need not rescan it.
+				// a restart need not rescan it and, live, so that a reader
+				// waiting for a position this subscription filters out is
+				// not kept waiting for the next event it does deliver.
 				sub.pending = append(sub.pending, sub.checkpoint())
 			}
 			continue
