@@ -20,10 +20,11 @@ const (
 	Unavailable                    // a dependency is down; retry later
 	Unauthenticated                // no valid identity
 	TooLarge                       // the request body is too big
+	TooManyRequests                // the caller is over a rate limit; retry later
 )
 
 var kindNames = [...]string{"other", "invalid", "not found", "forbidden", "conflict",
-	"precondition failed", "unavailable", "unauthenticated", "too large"}
+	"precondition failed", "unavailable", "unauthenticated", "too large", "too many requests"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

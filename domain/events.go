@@ -165,6 +165,26 @@ func init() {
 	register[SecretCopied]()
 	register[UserRegistered]()
 	register[SecretKeyIssued]()
+
+	// Groups, the directory and external shares (group.go, user.go,
+	// extshare.go).
+	register[GroupCreated]()
+	register[GroupUpdated]()
+	register[GroupMemberAdded]()
+	register[GroupMemberRemoved]()
+	register[GroupDisabled]()
+	register[GroupEnabled]()
+	register[UserUpdated]()
+	register[SecretSharedExternally]()
+	register[ExternalShareCreated]()
+	register[ExternalShareLinkResent]()
+	register[ExternalShareCodeSent]()
+	register[ExternalShareCodeRejected]()
+	register[ExternalShareAccessed]()
+	register[ExternalShareExhausted]()
+	register[ExternalShareExpired]()
+	register[ExternalShareRevoked]()
+	register[ExternalShareLocked]()
 }
 
 func register[P Payload]() {
@@ -238,6 +258,10 @@ func PublicData(e Event) map[string]any {
 	out := map[string]any{}
 	_ = json.Unmarshal(b, &out) // a payload marshals to an object
 	delete(out, "wrappedKey")
+	// An external share's link token and access codes are kept as hashes
+	// only; even those stay out of history and exports.
+	delete(out, "tokenHash")
+	delete(out, "codeHash")
 	if sealed {
 		out["clientSecretSet"] = true
 	}

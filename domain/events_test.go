@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/mysafe/mysafe/domain"
 )
@@ -35,7 +36,30 @@ var goldenEvents = []domain.Event{
 	{Meta: metaV1, Payload: domain.SecretCopied{Field: "clientId"}},
 	{Meta: metaV1, Payload: domain.UserRegistered{UserID: "gus", Name: "Gus", Email: "gus@example.com"}},
 	{Meta: metaV1, Payload: domain.SecretKeyIssued{WrappedKey: []byte{9, 9}}},
+	// Groups, the directory and external shares.
+	{Meta: metaV1, Payload: domain.GroupCreated{GroupID: "g1", Owner: "olivia", Name: "ops", Description: "on call", AllowMembersToView: true}},
+	{Meta: metaV1, Payload: domain.GroupUpdated{Name: "sre", Description: "on call", AllowMembersToView: true, Changed: []string{"name"}}},
+	{Meta: metaV1, Payload: domain.GroupMemberAdded{UserID: "gus"}},
+	{Meta: metaV1, Payload: domain.GroupMemberRemoved{UserID: "gus"}},
+	{Meta: metaV1, Payload: domain.GroupDisabled{}},
+	{Meta: metaV1, Payload: domain.GroupEnabled{}},
+	{Meta: metaV1, Payload: domain.UserUpdated{UserID: "gus", Name: "Gus Grantee", Username: "gus.g", Email: "gus@example.com", Changed: []string{"name", "username"}}},
+	{Meta: metaV1, Payload: domain.SecretSharedExternally{ShareID: "x1", ExternalShareTerms: goldenTerms}},
+	{Meta: metaV1, Payload: domain.ExternalShareCreated{ShareID: "x1", SecretID: "s1", SecretName: "Billing API", Sharer: "olivia", ExternalShareTerms: goldenTerms, TokenHash: "ab12"}},
+	{Meta: metaV1, Payload: domain.ExternalShareLinkResent{TokenHash: "cd34"}},
+	{Meta: metaV1, Payload: domain.ExternalShareCodeSent{CodeHash: "ef56", ExpiresAt: t0.Add(10 * time.Minute)}},
+	{Meta: metaV1, Payload: domain.ExternalShareCodeRejected{WrongCodes: 1}},
+	{Meta: metaV1, Payload: domain.ExternalShareAccessed{Accesses: 1, Remaining: &goldenOne}},
+	{Meta: metaV1, Payload: domain.ExternalShareExhausted{}},
+	{Meta: metaV1, Payload: domain.ExternalShareExpired{}},
+	{Meta: metaV1, Payload: domain.ExternalShareRevoked{ExpiresAt: t0}},
+	{Meta: metaV1, Payload: domain.ExternalShareLocked{WrongCodes: 5}},
 }
+
+var (
+	goldenTwo, goldenOne = 2, 1
+	goldenTerms          = domain.ExternalShareTerms{RecipientEmail: "rita@example.com", ExpiresAt: t0.Add(24 * time.Hour), MaxAccesses: &goldenTwo}
+)
 
 var metaV1 = domain.Meta{Schema: 1, Actor: domain.Actor{ID: "olivia", Name: "Olivia"}, At: t0,
 	CorrelationID: "req-1", ClientIP: "192.0.2.1", UserAgent: "curl/8"}

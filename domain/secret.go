@@ -91,6 +91,12 @@ type Secret struct {
 	Grants             []Grant // in the order they were first granted
 	CreatedAt          time.Time
 	LastUsed           time.Time // last reveal or copy; zero if never
+	// Groups holds the current effective members of the groups granted on
+	// the secret. The secret's events do not say who is in a group, so the
+	// caller resolves them from the groups' own streams (GrantedGroups
+	// names which) before asking for permissions; left nil, group grants
+	// reach nobody.
+	Groups GroupMembers
 }
 
 // Exists reports whether the secret has been created.
@@ -129,17 +135,32 @@ func (s *Secret) grantIndex(p Principal) int {
 	return slices.IndexFunc(s.Grants, func(g Grant) bool { return g.Principal == p })
 }
 
-// PermissionOf is the user's effective permission: full for the owner, the
-// grant's for a grantee, none for anyone else. Group grants join here once
-// group membership is known to the caller.
+// PermissionOf is the user's effective permission: full for the owner;
+// otherwise the union of their direct grant and the grants of the groups
+// they are an effective member of (see Groups); none for anyone else.
 func (s *Secret) PermissionOf(userID string) Permission {
 	if s.Owner == userID {
 		return Permission{CanView: true, CanEdit: true}
 	}
-	if i := s.grantIndex(User(userID)); i >= 0 {
-		return s.Grants[i].Permission
+	var p Permission
+	for _, g := range s.Grants {
+		if g.Principal == User(userID) || g.Principal.Type == PrincipalGroup && s.Groups.Has(g.Principal.ID, userID) {
+			p.CanView = p.CanView || g.Permission.CanView
+			p.CanEdit = p.CanEdit || g.Permission.CanEdit
+		}
 	}
-	return Permission{}
+	return p
+}
+
+// GrantedGroups lists the groups the secret is shared with, in grant order.
+func (s *Secret) GrantedGroups() []string {
+	var out []string
+	for _, g := range s.Grants {
+		if g.Principal.Type == PrincipalGroup {
+			out = append(out, g.Principal.ID)
+		}
+	}
+	return out
 }
 
 // CanRead reports whether the user may read the details and reveal.
@@ -167,6 +188,15 @@ type (
 	ApplyShares  struct{ Grants []Grant }
 	RevealSecret struct{}
 	CopySecret   struct{ Field string }
+	// ShareExternally records, on the secret, that its owner hands it to a
+	// person without an account; the share itself lives in its own stream
+	// (see ExternalShare). MaxDuration is the administrator's cap on how
+	// long an external share may last.
+	ShareExternally struct {
+		ShareID     string
+		Terms       ExternalShareTerms
+		MaxDuration time.Duration
+	}
 )
 
 // SecretChanges are the visible fields an update sets; nil leaves a field.
@@ -200,7 +230,7 @@ func (ch SecretChanges) ApplyTo(f SecretFields) SecretFields {
 // DecideSecret decides what a command does to a secret: the new events, or
 // an error saying why not. All events of one decision share meta.
 func DecideSecret(s Secret, cmd any, meta Meta) ([]Event, error) {
-	payloads, err := decideSecret(&s, cmd, meta.Actor.ID)
+	payloads, err := decideSecret(&s, cmd, meta.Actor.ID, meta.At)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +241,7 @@ func DecideSecret(s Secret, cmd any, meta Meta) ([]Event, error) {
 	return events, nil
 }
 
-func decideSecret(s *Secret, cmd any, actor string) ([]Payload, error) {
+func decideSecret(s *Secret, cmd any, actor string, at time.Time) ([]Payload, error) {
 	if c, ok := cmd.(CreateSecret); ok {
 		return create(s, c, actor)
 	}
@@ -253,6 +283,8 @@ func decideSecret(s *Secret, cmd any, actor string) ([]Payload, error) {
 			return nil, err
 		}
 		return []Payload{SecretCopied{Field: c.Field}}, nil
+	case ShareExternally:
+		return s.shareExternally(actor, c, at)
 	}
 	return nil, Errorf(Other, "unknown command %T", cmd)
 }

@@ -61,6 +61,12 @@ func Execute(ctx context.Context, s Store, cmd Command) (AppendResult, error) {
 				events[i].ID = uuid.New()
 			}
 		}
+		// Each event carries the hash of its content chained to the one
+		// before it (chain.go): made here, the one place every command's
+		// events pass with the history they follow.
+		if err := Chain(cmd.Stream, history, events); err != nil {
+			return AppendResult{}, err
+		}
 		res, err := s.Append(ctx, cmd.Stream, expected, events...)
 		if errors.Is(err, ErrConflict) && attempt < MaxAttempts {
 			continue

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -67,14 +68,31 @@ func IssueToken(signingKey []byte, id Identity, ttl time.Duration, now time.Time
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(signingKey)
 }
 
-// authenticator checks bearer tokens.
+// authenticator checks bearer tokens. A client sends the same token with
+// every request, so tokens that passed the check are remembered until they
+// expire: the signature check and the claims parse are paid once per token
+// (mysafe bench showed them at ~4% of a command's CPU).
 type authenticator struct {
 	key    []byte
 	parser *jwt.Parser
+	now    func() time.Time
+
+	mu       sync.RWMutex
+	verified map[string]verifiedToken // raw token → identity; bounded by maxVerifiedTokens
 }
 
+// verifiedToken is a token that passed every check, until it expires.
+type verifiedToken struct {
+	id      Identity
+	expires time.Time
+}
+
+// maxVerifiedTokens bounds the remembered tokens (a few MB at most); past
+// it the memory starts afresh.
+const maxVerifiedTokens = 10000
+
 func newAuthenticator(signingKey []byte, now func() time.Time) *authenticator {
-	return &authenticator{key: signingKey, parser: jwt.NewParser(
+	return &authenticator{key: signingKey, now: now, verified: map[string]verifiedToken{}, parser: jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithIssuer(tokenIssuer),
 		jwt.WithExpirationRequired(),
@@ -87,15 +105,36 @@ func (a *authenticator) identify(header string) (Identity, error) {
 	if !ok || raw == "" {
 		return Identity{}, domain.Errorf(domain.Unauthenticated, "an Authorization: Bearer <token> header is required; `mysafe token` issues one")
 	}
+	a.mu.RLock()
+	v, seen := a.verified[raw]
+	a.mu.RUnlock()
+	if seen && a.now().Before(v.expires) {
+		return v.id, nil
+	}
+	id, expires, err := a.verify(raw)
+	if err != nil {
+		return Identity{}, err
+	}
+	a.mu.Lock()
+	if len(a.verified) >= maxVerifiedTokens {
+		clear(a.verified)
+	}
+	a.verified[raw] = verifiedToken{id: id, expires: expires}
+	a.mu.Unlock()
+	return id, nil
+}
+
+// verify checks a token's signature and claims.
+func (a *authenticator) verify(raw string) (Identity, time.Time, error) {
 	var c claims
 	if _, err := a.parser.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return a.key, nil }); err != nil {
 		// The parser's reasons (expired, bad signature) are safe to show.
-		return Identity{}, domain.Errorf(domain.Unauthenticated, "the bearer token is not valid: %v", err)
+		return Identity{}, time.Time{}, domain.Errorf(domain.Unauthenticated, "the bearer token is not valid: %v", err)
 	}
 	if c.Subject == "" || !slices.Contains(Roles, c.Role) {
-		return Identity{}, domain.Errorf(domain.Unauthenticated, "the bearer token names no user or an unknown role")
+		return Identity{}, time.Time{}, domain.Errorf(domain.Unauthenticated, "the bearer token names no user or an unknown role")
 	}
-	return Identity{UserID: c.Subject, Name: c.Name, Email: c.Email, Role: c.Role}, nil
+	return Identity{UserID: c.Subject, Name: c.Name, Email: c.Email, Role: c.Role}, c.ExpiresAt.Time, nil
 }
 
 const identityKey = "mysafe.identity"

@@ -19,7 +19,8 @@ import (
 type commands struct {
 	store      eventstore.Store
 	keys       *secretbox.Keyring
-	knownUsers sync.Map // user ID → struct{}; users already registered
+	knownUsers sync.Map  // user ID → struct{}; users already registered
+	folds      foldCache // recent secrets' folded states (foldcache.go)
 }
 
 // request is what a command needs to know about the HTTP request: the
@@ -86,8 +87,13 @@ func (c *commands) onSecret(ctx context.Context, req request, secretID string, c
 		Stream:  domain.SecretStream(secretID),
 		EventID: req.derivedID("event"),
 		Decide: func(history []eventstore.RecordedEvent) ([]eventstore.EventData, error) {
-			s, err := foldSecret(secretID, history)
+			s, err := c.folds.fold(secretID, history)
 			if err != nil {
+				return nil, err
+			}
+			// Group members' permissions come from the groups' streams,
+			// read afresh on every attempt.
+			if _, err := c.resolveGroups(ctx, &s); err != nil {
 				return nil, err
 			}
 			events, err := domain.DecideSecret(s, cmd, req.meta)
@@ -106,18 +112,26 @@ func (c *commands) onSecret(ctx context.Context, req request, secretID string, c
 	return out, err
 }
 
-// loadSecret folds a secret's stream as it is now, with the position of its
-// last event.
+// loadSecret folds a secret's stream as it is now, with the members of the
+// groups it is shared with (see resolveGroups) and the position of its last
+// event.
 func (c *commands) loadSecret(ctx context.Context, secretID string) (domain.Secret, eventstore.Position, error) {
-	history, err := c.store.ReadStream(ctx, domain.SecretStream(secretID), eventstore.ReadStreamOptions{})
+	s, _, pos, err := c.loadSecretAndGroups(ctx, secretID)
+	return s, pos, err
+}
+
+// loadSecretAndGroups is loadSecret that also returns the groups the
+// secret is shared with, by ID.
+func (c *commands) loadSecretAndGroups(ctx context.Context, secretID string) (domain.Secret, map[string]domain.Group, eventstore.Position, error) {
+	s, pos, err := c.folds.load(ctx, c.store, secretID)
 	if errors.Is(err, eventstore.ErrStreamNotFound) {
-		return domain.Secret{ID: secretID}, eventstore.Start, nil
+		return domain.Secret{ID: secretID}, nil, eventstore.Start, nil
 	}
 	if err != nil {
-		return domain.Secret{}, eventstore.Start, err
+		return domain.Secret{}, nil, eventstore.Start, err
 	}
-	s, err := foldSecret(secretID, history)
-	return s, history[len(history)-1].Position, err
+	groups, err := c.resolveGroups(ctx, &s)
+	return s, groups, pos, err
 }
 
 // dataKey returns a secret's data key, issuing and storing one the first
@@ -151,6 +165,9 @@ func (c *commands) dataKey(ctx context.Context, secretID string) ([]byte, error)
 			return nil, err
 		}
 		data[0].ID = uuid.New()
+		if err := eventstore.Chain(stream, nil, data); err != nil { // the first of its stream
+			return nil, err
+		}
 		_, err = c.store.Append(ctx, stream, eventstore.NoStream, data...)
 		if errors.Is(err, eventstore.ErrConflict) {
 			continue // another request issued it first: use theirs
@@ -211,27 +228,37 @@ func (c *commands) RegisterUser(ctx context.Context, req request, id Identity) e
 	return err
 }
 
-// requireKnownPrincipals checks that every grantee exists, naming the first
-// that does not: a share with a typo must not create a dangling grant.
+// requireKnownPrincipals checks that every grantee, user or group, exists,
+// naming the first that does not: a share with a typo must not create a
+// dangling grant.
 func (c *commands) requireKnownPrincipals(ctx context.Context, grants []domain.Grant) error {
 	for i, g := range grants {
 		field := "grants[" + strconv.Itoa(i) + "].principal"
 		if err := g.Principal.Validate(field); err != nil {
 			return err
 		}
-		if g.Principal.Type != domain.PrincipalUser {
-			return domain.InvalidField(field+".type", "sharing with %s is not available yet: groups come in a later release; share with users", g.Principal)
-		}
-		if _, known := c.knownUsers.Load(g.Principal.ID); known {
-			continue
-		}
-		_, err := c.store.ReadStream(ctx, domain.UserStream(g.Principal.ID), eventstore.ReadStreamOptions{Max: 1})
-		if errors.Is(err, eventstore.ErrStreamNotFound) {
-			return domain.InvalidField(field+".id", "%s is not a known principal; a user is known once they have used their token", g.Principal)
+		var err error
+		if g.Principal.Type == domain.PrincipalGroup {
+			err = c.requireKnownGroup(ctx, field+".id", g.Principal.ID)
+		} else {
+			err = c.requireKnownUser(ctx, field+".id", g.Principal.ID)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// requireKnownUser checks that a user is known: registered when their token
+// was first seen, or imported by an administrator.
+func (c *commands) requireKnownUser(ctx context.Context, field, userID string) error {
+	if _, known := c.knownUsers.Load(userID); known {
+		return nil
+	}
+	_, err := c.store.ReadStream(ctx, domain.UserStream(userID), eventstore.ReadStreamOptions{Max: 1})
+	if errors.Is(err, eventstore.ErrStreamNotFound) {
+		return domain.InvalidField(field, "%s is not a known principal; a user is known once they have used their token or an administrator has imported them", domain.User(userID))
+	}
+	return err
 }

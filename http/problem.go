@@ -23,6 +23,7 @@ var statusOf = map[domain.Kind]int{
 	domain.PreconditionFailed: nethttp.StatusPreconditionFailed,
 	domain.TooLarge:           nethttp.StatusRequestEntityTooLarge,
 	domain.Unavailable:        nethttp.StatusServiceUnavailable,
+	domain.TooManyRequests:    nethttp.StatusTooManyRequests,
 	domain.Other:              nethttp.StatusInternalServerError,
 }
 
@@ -71,8 +72,11 @@ func abortWithError(c *gin.Context, err error) {
 	default:
 		p.Detail = err.Error()
 	}
-	if status == nethttp.StatusServiceUnavailable {
+	switch status {
+	case nethttp.StatusServiceUnavailable:
 		c.Header("Retry-After", "1")
+	case nethttp.StatusTooManyRequests:
+		c.Header("Retry-After", "10")
 	}
 	c.Header("Content-Type", "application/problem+json")
 	c.AbortWithStatusJSON(status, p)

@@ -363,23 +363,29 @@ func parseReportQuery(c *gin.Context) (projections.ReportQuery, error) {
 	default:
 		return q, domain.InvalidField("status", "%q is not enabled or disabled", v)
 	}
+	err := parsePaging(c, &q.Page, &q.PageSize)
+	return q, err
+}
+
+// parsePaging reads ?page= and ?pageSize= into page and size, leaving them
+// as they are when absent.
+func parsePaging(c *gin.Context, page, size *int) error {
 	for _, p := range []struct {
-		name     string
-		to       *int
-		max      int
-		fallback int
-	}{{"page", &q.Page, 1 << 20, 1}, {"pageSize", &q.PageSize, 200, 30}} {
+		name string
+		to   *int
+		max  int
+	}{{"page", page, 1 << 20}, {"pageSize", size, 200}} {
 		raw := c.Query(p.name)
 		if raw == "" {
 			continue
 		}
 		n, err := strconv.Atoi(raw)
 		if err != nil || n < 1 || n > p.max {
-			return q, domain.InvalidField(p.name, "%q is not a whole number from 1 to %d", raw, p.max)
+			return domain.InvalidField(p.name, "%q is not a whole number from 1 to %d", raw, p.max)
 		}
 		*p.to = n
 	}
-	return q, nil
+	return nil
 }
 
 func (s *Server) cards(c *gin.Context) {
@@ -406,6 +412,10 @@ type historyEvent struct {
 	Revision uint64         `json:"revision"`
 	Position string         `json:"position"`
 	Data     map[string]any `json:"data"`
+	// Stream is set on the events of the secret's external shares, which
+	// the history shows among the secret's own (Revision is then the
+	// share stream's).
+	Stream string `json:"stream,omitempty"`
 }
 
 // history lists every event of a secret, for its owner, admins and
@@ -421,6 +431,9 @@ func (s *Server) history(c *gin.Context) {
 		return
 	}
 	state, err := foldSecret(id, records)
+	if err == nil {
+		_, err = s.cmds.resolveGroups(c.Request.Context(), &state)
+	}
 	if err != nil {
 		abortWithError(c, err)
 		return
@@ -443,6 +456,10 @@ func (s *Server) history(c *gin.Context) {
 		}
 		events = append(events, historyEvent{Type: r.Type, At: e.At.UTC().Format("2006-01-02T15:04:05.000Z07:00"), Actor: e.Actor,
 			Revision: r.Revision, Position: r.Position.String(), Data: domain.PublicData(e)})
+	}
+	if events, err = s.withExternalShares(c.Request.Context(), records, events); err != nil {
+		abortWithError(c, err)
+		return
 	}
 	c.JSON(nethttp.StatusOK, gin.H{"events": events})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mysafe/mysafe/domain"
 	"github.com/mysafe/mysafe/domain/secretbox"
 	"github.com/mysafe/mysafe/eventstore"
+	"github.com/mysafe/mysafe/http/mail"
 	"github.com/mysafe/mysafe/projections"
 )
 
@@ -28,6 +29,8 @@ type ReadModels interface {
 	Report(ctx context.Context, userID string, q projections.ReportQuery) (projections.ReportPage, error)
 	Cards(ctx context.Context, userID string) ([]projections.Card, error)
 	Details(ctx context.Context, secretID string) (*projections.Details, error)
+	// Groups, the directory and external shares (groups.go).
+	GroupReadModels
 }
 
 // Progress tells how far the projections have read the log.
@@ -53,6 +56,16 @@ type Config struct {
 	// TrustedProxies are the addresses (IPs or CIDRs) of reverse proxies
 	// whose X-Forwarded-For is believed; none by default.
 	TrustedProxies []string
+	// Audit answers the audit report and the reach index (audit.go).
+	Audit AuditReadModel
+	// Membership joins group membership into the access-at-time queries;
+	// nil means the groups' own streams (groups.go).
+	Membership MembershipHistory
+	// Mailer sends the e-mails of external shares; nil refuses to make
+	// them.
+	Mailer mail.Mailer
+	// ExternalShares configures temporary external shares (extshares.go).
+	ExternalShares ExternalShareConfig
 }
 
 // Server is the HTTP API.
@@ -108,7 +121,41 @@ func NewServer(cfg Config) *Server {
 	api.POST("/secrets/:id/reveal", s.revealSecret)
 	api.POST("/secrets/:id/copy", s.copySecret)
 	api.GET("/secrets/:id/history", s.history)
+	api.GET("/secrets/:id/access", s.secretAccessAt)
+	api.GET("/secrets/:id/access/intervals", s.secretAccessIntervals)
+	api.GET("/users/:id/access", s.userAccessAt)
+	api.GET("/audit/events", s.auditEvents)
+	api.GET("/audit/export", s.auditExport)
+	api.GET("/audit/verify", s.auditVerify)
 	api.GET("/home/cards", s.cards)
+
+	// Groups, the directory and external shares (groups.go, directory.go,
+	// extshares.go).
+	if s.cfg.Membership == nil {
+		s.cfg.Membership = s.groupMembershipHistory
+	}
+	api.POST("/groups", s.createGroup)
+	api.GET("/groups", s.listGroups)
+	api.GET("/groups/:id", s.groupDetails)
+	api.PATCH("/groups/:id", s.updateGroup)
+	api.POST("/groups/:id/disable", s.disableGroup)
+	api.POST("/groups/:id/enable", s.enableGroup)
+	api.POST("/groups/:id/members", s.addGroupMember)
+	api.DELETE("/groups/:id/members/:userId", s.removeGroupMember)
+	api.GET("/secrets/:id/access/effective", s.effectiveAccess)
+	api.GET("/principals", s.searchPrincipals)
+	api.PUT("/users/:id", s.putUser)
+	api.POST("/secrets/:id/external-shares", s.createExternalShare)
+	api.GET("/external-shares", s.externalShareReport(false))
+	api.GET("/admin/external-shares", s.externalShareReport(true))
+	api.POST("/external-shares/:id/revoke", s.revokeExternalShare)
+	api.POST("/external-shares/:id/resend", s.resendExternalShare)
+	// The recipient's routes: the link's token and the e-mailed code are
+	// the credentials; the request log names the pattern, never the token.
+	recipient := r.Group("/x", noStore, newIPLimiter(cfg.ExternalShares.RecipientRate).middleware)
+	recipient.GET("/:token", s.openLink)
+	recipient.POST("/:token/open", s.openExternalShare)
+
 	s.gin = r
 	return s
 }

@@ -7,7 +7,6 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -47,6 +46,9 @@ type Access struct {
 	// GrantedBy and GrantedAt are who set the current permission and when.
 	GrantedBy Person    `json:"grantedBy"`
 	GrantedAt time.Time `json:"grantedAt"`
+	// MemberCount is, for a group, how many members it has; the group
+	// shows as one grantee, GET .../access/effective expands it.
+	MemberCount *int `json:"memberCount,omitempty"`
 }
 
 // Details returns the details of a secret in one round trip, or nil, nil
@@ -60,7 +62,7 @@ func (r *Reader) Details(ctx context.Context, secretID string) (*Details, error)
 		return nil, fmt.Errorf("details of secret %s: %w", secretID, err)
 	}
 	var d secretDoc
-	if err := json.Unmarshal(v, &d); err != nil {
+	if err := decodeDoc(v, &d); err != nil {
 		return nil, fmt.Errorf("details of secret %s: stored document: %w", secretID, err)
 	}
 	out := &Details{ID: d.ID, Name: d.Name, URL: d.URL, ClientID: d.ClientID, Identifier: d.Identifier,
@@ -71,5 +73,36 @@ func (r *Reader) Details(ctx context.Context, secretID string) (*Details, error)
 		out.Access = append(out.Access, Access{Principal: g.Principal, CanView: g.CanView, CanEdit: g.CanEdit,
 			GrantedBy: g.GrantedBy, GrantedAt: g.GrantedAt})
 	}
+	if err := r.describeGroups(ctx, out.Access); err != nil {
+		return nil, fmt.Errorf("details of secret %s: %w", secretID, err)
+	}
 	return out, nil
+}
+
+// describeGroups gives each group grantee its current name and member
+// count, read from the group documents (one more round trip, only when the
+// secret is shared with groups).
+func (r *Reader) describeGroups(ctx context.Context, access []Access) error {
+	var groupIDs idList
+	for _, a := range access {
+		if a.Principal.Type == "group" {
+			groupIDs.add(a.Principal.ID)
+		}
+	}
+	if len(groupIDs.list) == 0 {
+		return nil
+	}
+	groups, err := r.groupDocs(ctx, groupIDs.list)
+	if err != nil {
+		return err
+	}
+	for _, g := range groups {
+		for i := range access {
+			if a := &access[i]; a.Principal.Type == "group" && a.Principal.ID == g.ID {
+				n := len(g.Members)
+				a.Principal.Name, a.MemberCount = g.Name, &n
+			}
+		}
+	}
+	return nil
 }

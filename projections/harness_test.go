@@ -218,6 +218,11 @@ func dump(t testing.TB, rdb redis.UniversalClient, prefix string) map[string]str
 				lines = append(lines, fmt.Sprintf("%v=%v", z.Member, z.Score))
 			}
 			v = strings.Join(lines, "\n")
+		case "set":
+			var members []string
+			members, err = rdb.SMembers(ctx, key).Result()
+			slices.Sort(members)
+			v = strings.Join(members, "\n")
 		default:
 			t.Fatalf("key %s has unexpected type %s", key, typ)
 		}

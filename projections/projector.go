@@ -93,7 +93,8 @@ func NewWithConfig(cfg Config) *Projector {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return newProjector(cfg, NewSecrets(cfg.Redis, cfg.Prefix, cfg.Logger))
+	return newProjector(cfg, NewSecrets(cfg.Redis, cfg.Prefix, cfg.Logger), NewAudit(cfg.Redis, cfg.Prefix, cfg.Logger),
+		NewExternalShares(cfg.Redis, cfg.Prefix, cfg.Logger))
 }
 
 func newProjector(cfg Config, projections ...Projection) *Projector {
@@ -225,6 +226,29 @@ func (p *Projector) WaitFor(ctx context.Context, pos eventstore.Position) error 
 		}
 		changed := p.changed
 		p.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitForProjection is WaitFor for one projection only, for a query that
+// reads that projection alone.
+func (p *Projector) WaitForProjection(ctx context.Context, name string, pos eventstore.Position) error {
+	for {
+		p.mu.Lock()
+		pr, ok := p.progress[name]
+		done := ok && pr.pos.Compare(pos) >= 0
+		changed := p.changed
+		p.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("projections: no projection %q", name)
+		}
 		if done {
 			return nil
 		}

@@ -299,10 +299,30 @@ func TestMetrics(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Each projection counts the events it reads, under its own label.
 	all := readAll(t, w.store, NewSecrets(rdb, prefix, nil))
-	if got["mysafe_projection_events_total"] != float64(len(all.Events)) {
-		t.Errorf("events_total %v, want %d", got["mysafe_projection_events_total"], len(all.Events))
+	if n := labelled(t, reg, "mysafe_projection_events_total", SecretsProjection); n != float64(len(all.Events)) {
+		t.Errorf("events_total{projection=secrets} %v, want %d", n, len(all.Events))
 	}
+}
+
+// labelled is a counter's value for one projection.
+func labelled(t *testing.T, reg *prometheus.Registry, name, projection string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if f.GetName() == name && l.GetName() == "projection" && l.GetValue() == projection {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // gather sums each metric family's counters and histogram sample counts.

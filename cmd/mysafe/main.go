@@ -16,6 +16,8 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCommand(), tokenCommand())
+	root.AddCommand(exportCommand(), auditCommand())
+	root.AddCommand(benchCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mysafe:", err)
 		os.Exit(1)

@@ -35,9 +35,22 @@ type serveConfig struct {
 	eventstoreURL string
 	waitTimeout   time.Duration
 	proxies       []string
+	auditStream   string // the SIEM feed's Redis Stream; "" is <prefix>audit
+
+	// shares are the e-mail and external share flags (extshares.go).
+	shares shareFlags
+
 	// listening, when set, is told the address served; tests use it with
 	// addr 127.0.0.1:0.
 	listening func(addr string)
+
+	// Hooks for the load tool (bench.go); nil in `mysafe serve`.
+	// logger replaces the JSON logger on stderr (which serve also makes
+	// slog's default); wrapStore wraps the event store the API and the
+	// projections use; composed is told the store and Redis once open.
+	logger    *slog.Logger
+	wrapStore func(eventstore.Store) eventstore.Store
+	composed  func(eventstore.Store, redis.UniversalClient)
 }
 
 func serveCommand() *cobra.Command {
@@ -60,14 +73,19 @@ func serveCommand() *cobra.Command {
 	f.StringVar(&cfg.eventstoreURL, "eventstore-url", envOr("MYSAFE_EVENTSTORE_URL", ""), "EventStoreDB connection string, e.g. esdb://host:2113?tls=false; empty uses the embedded store in the data dir (env MYSAFE_EVENTSTORE_URL)")
 	f.StringSliceVar(&cfg.proxies, "trusted-proxies", nil, "addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client IP recorded in audit events; none by default")
 	f.DurationVar(&cfg.waitTimeout, "wait-timeout", 5*time.Second, "how long a query waits for X-MySafe-Min-Position")
+	cfg.shares.register(f)
+	f.StringVar(&cfg.auditStream, "audit-stream", envOr("MYSAFE_AUDIT_STREAM", ""), "Redis Stream the SIEM feed publishes audit events to; empty means <redis-prefix>audit (env MYSAFE_AUDIT_STREAM)")
 	return cmd
 }
 
 // serve runs until ctx ends, then shuts down in order: stop taking
 // requests, finish those in flight, stop the projections, close the stores.
 func serve(ctx context.Context, cfg serveConfig, stdout io.Writer) error {
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	slog.SetDefault(logger)
+	logger := cfg.logger
+	if logger == nil {
+		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		slog.SetDefault(logger)
+	}
 	if err := ensureDataDir(cfg.dataDir); err != nil {
 		return err
 	}
@@ -88,13 +106,19 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.wrapStore != nil {
+		store = cfg.wrapStore(store)
+	}
 	defer store.Close()
 
-	rdb, closeRedis, err := openRedis(ctx, cfg.redisURL)
+	rdb, newRedisClient, closeRedis, err := openRedis(ctx, cfg.redisURL)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
+	if cfg.composed != nil {
+		cfg.composed(store, rdb)
+	}
 
 	projector := projections.New(store, rdb, cfg.redisPrefix, logger)
 	projectorDone := make(chan error, 1)
@@ -104,12 +128,24 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer) error {
 		stopProjector()
 		<-projectorDone
 	}()
+	stopRelay, err := startRelay(ctx, cfg, store, newRedisClient(), logger)
+	if err != nil {
+		return err
+	}
+	defer stopRelay()
 
+	mailer, mailVia, err := cfg.shares.mailer(cfg.dataDir)
+	if err != nil {
+		return err
+	}
 	server := api.NewServer(api.Config{
+		Mailer:         mailer,
+		ExternalShares: cfg.shares.config(),
 		Store:          store,
 		Keys:           keys,
 		SigningKey:     signingKey,
 		ReadModels:     projections.NewReader(rdb, cfg.redisPrefix),
+		Audit:          projections.NewAuditReader(rdb, cfg.redisPrefix),
 		Progress:       projector,
 		Ping:           func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		WaitTimeout:    cfg.waitTimeout,
@@ -122,7 +158,10 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer) error {
 	httpServer := &nethttp.Server{Handler: server, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(listener) }()
-	logger.Info("serving", "addr", "http://"+listener.Addr().String(), "dataDir", cfg.dataDir)
+	logger.Info("serving", "addr", "http://"+listener.Addr().String(), "dataDir", cfg.dataDir, "mail", mailVia)
+	schedulerCtx, stopScheduler := context.WithCancel(ctx)
+	defer stopScheduler()
+	go server.RunExternalShareExpiry(schedulerCtx, cfg.shares.check)
 	if cfg.listening != nil {
 		cfg.listening(listener.Addr().String())
 	}
@@ -163,24 +202,28 @@ func openStore(ctx context.Context, cfg serveConfig) (eventstore.Store, error) {
 
 // openRedis connects to the configured Redis, or starts an in-process one:
 // the embedded default keeps read models in memory and rebuilds them from
-// the log at every start.
-func openRedis(ctx context.Context, url string) (redis.UniversalClient, func(), error) {
+// the log at every start. newClient makes further clients of the same Redis
+// for parts that must own theirs.
+func openRedis(ctx context.Context, url string) (rdb *redis.Client, newClient func() *redis.Client, closeAll func(), err error) {
+	var opts *redis.Options
+	stopEmbedded := func() {}
 	if url == "" {
 		mini := miniredis.NewMiniRedis()
 		if err := mini.StartAddr("127.0.0.1:0"); err != nil {
-			return nil, nil, fmt.Errorf("embedded redis: %w", err)
+			return nil, nil, nil, fmt.Errorf("embedded redis: %w", err)
 		}
-		rdb := redis.NewClient(&redis.Options{Addr: mini.Addr()})
-		return rdb, func() { rdb.Close(); mini.Close() }, nil
+		opts, stopEmbedded = &redis.Options{Addr: mini.Addr()}, mini.Close
+	} else if opts, err = redis.ParseURL(url); err != nil {
+		return nil, nil, nil, fmt.Errorf("--redis-url: %w", err)
 	}
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(opts)
+	// A client takes its options over and writes to them, so each gets a
+	// copy of the pristine ones.
+	newClient = func() *redis.Client { o := *opts; return redis.NewClient(&o) }
+	rdb = newClient()
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
-		return nil, nil, fmt.Errorf("redis at %s does not answer: %w", opts.Addr, err)
+		stopEmbedded()
+		return nil, nil, nil, fmt.Errorf("redis at %s does not answer: %w", opts.Addr, err)
 	}
-	return rdb, func() { rdb.Close() }, nil
+	return rdb, newClient, func() { rdb.Close(); stopEmbedded() }, nil
 }

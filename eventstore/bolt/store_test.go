@@ -379,8 +379,10 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 // BenchmarkAppend measures appends of one event each, every append fsync'd:
-// one writer, then 16 concurrent writers sharing commits, then 16 concurrent
-// writers with group commit disabled for comparison.
+// one writer, then 16 and 64 concurrent writers sharing commits, then 16
+// concurrent writers with group commit disabled for comparison.
+//
+//	go test -run '^$' -bench Append ./eventstore/bolt/
 func BenchmarkAppend(b *testing.B) {
 	data := []byte(`{"secretId":"0f8fad5b-d9cb-469f-a165-70867728950e","name":"billing api","url":"https://api.example.com"}`)
 	run := func(b *testing.B, writers int, opts ...Option) {
@@ -409,5 +411,6 @@ func BenchmarkAppend(b *testing.B) {
 	}
 	b.Run("sequential", func(b *testing.B) { run(b, 1) })
 	b.Run("concurrent16", func(b *testing.B) { run(b, 16) })
+	b.Run("concurrent64", func(b *testing.B) { run(b, 64) })
 	b.Run("concurrent16-nogroup", func(b *testing.B) { run(b, 16, WithMaxBatch(1)) })
 }
