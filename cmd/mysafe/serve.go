@@ -162,16 +162,15 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer) error {
 	schedulerCtx, stopScheduler := context.WithCancel(ctx)
 	defer stopScheduler()
 	go server.RunExternalShareExpiry(schedulerCtx, cfg.shares.check)
-	if cfg.listening != nil {
-		cfg.listening(listener.Addr().String())
-	}
-
 	if fresh {
 		token, err := api.IssueToken(signingKey, api.Identity{UserID: "admin", Name: "Administrator", Role: api.RoleAdmin}, 24*time.Hour, time.Now())
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "New data dir %s. Admin token (valid 24 h, shown once; `mysafe token` makes more):\n%s\n", cfg.dataDir, token)
+	}
+	if cfg.listening != nil { // after the token: whoever waits for this sees all start-up output
+		cfg.listening(listener.Addr().String())
 	}
 
 	select {
