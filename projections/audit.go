@@ -142,32 +142,17 @@ func NewAuditRecord(r eventstore.RecordedEvent, e domain.Event, secretName strin
 }
 
 // Audit is the audit projection.
-type Audit struct {
-	rdb  redis.UniversalClient
-	keys keys
-	log  *slog.Logger
-}
+type Audit struct{ redisProjection }
 
 // NewAudit returns the audit projection writing under prefix ("" means
 // DefaultPrefix).
 func NewAudit(rdb redis.UniversalClient, prefix string, logger *slog.Logger) *Audit {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &Audit{rdb: rdb, keys: newKeys(prefix), log: logger}
+	return &Audit{newRedisProjection(AuditProjection, rdb, prefix, logger)}
 }
-
-// Name is AuditProjection.
-func (a *Audit) Name() string { return AuditProjection }
 
 // StreamPrefixes is every stream: which events count is domain.AuditEvent's
 // rule, not a stream category's.
 func (a *Audit) StreamPrefixes() []string { return nil }
-
-// Checkpoint loads the stored checkpoint; eventstore.Start if none.
-func (a *Audit) Checkpoint(ctx context.Context) (eventstore.Position, error) {
-	return parseCheckpoint(a.rdb.Get(ctx, a.keys.checkpoint(AuditProjection)).Result())
-}
 
 // Apply applies a batch exactly once and returns the checkpoint stored
 // afterwards.

@@ -68,32 +68,17 @@ type extShareDoc struct {
 }
 
 // ExternalShares is the external shares projection.
-type ExternalShares struct {
-	rdb  redis.UniversalClient
-	keys keys
-	log  *slog.Logger
-}
+type ExternalShares struct{ redisProjection }
 
 // NewExternalShares returns the external shares projection writing under
 // prefix ("" means DefaultPrefix).
 func NewExternalShares(rdb redis.UniversalClient, prefix string, logger *slog.Logger) *ExternalShares {
-	if logger == nil {
-		logger = slog.Default()
-	}
-	return &ExternalShares{rdb: rdb, keys: newKeys(prefix), log: logger}
+	return &ExternalShares{newRedisProjection(ExternalSharesProjection, rdb, prefix, logger)}
 }
-
-// Name is ExternalSharesProjection.
-func (x *ExternalShares) Name() string { return ExternalSharesProjection }
 
 // StreamPrefixes is every stream, for the reason Secrets.StreamPrefixes
 // gives; only external share events change this projection.
 func (x *ExternalShares) StreamPrefixes() []string { return nil }
-
-// Checkpoint loads the stored checkpoint; eventstore.Start if none.
-func (x *ExternalShares) Checkpoint(ctx context.Context) (eventstore.Position, error) {
-	return parseCheckpoint(x.rdb.Get(ctx, x.keys.checkpoint(ExternalSharesProjection)).Result())
-}
 
 // Apply applies a batch exactly once and returns the checkpoint stored
 // afterwards.

@@ -213,39 +213,47 @@ func (d *secretDoc) grantIndex(p domain.Principal) int {
 	})
 }
 
-// Secrets is the secrets projection and the source of the report, cards
-// and details readers.
-type Secrets struct {
+// redisProjection is what every projection here shares: its name, its
+// Redis and key prefix, its logger, and its checkpoint key.
+type redisProjection struct {
+	name string
 	rdb  redis.UniversalClient
 	keys keys
 	log  *slog.Logger
 }
 
-// NewSecrets returns the secrets projection writing under prefix ("" means
-// DefaultPrefix).
-func NewSecrets(rdb redis.UniversalClient, prefix string, logger *slog.Logger) *Secrets {
+func newRedisProjection(name string, rdb redis.UniversalClient, prefix string, logger *slog.Logger) redisProjection {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Secrets{rdb: rdb, keys: newKeys(prefix), log: logger}
+	return redisProjection{name: name, rdb: rdb, keys: newKeys(prefix), log: logger}
 }
 
-// Name is SecretsProjection.
-func (s *Secrets) Name() string { return SecretsProjection }
+// Name is the projection's name, which also names its checkpoint key.
+func (p *redisProjection) Name() string { return p.name }
+
+// Checkpoint loads the stored checkpoint; eventstore.Start if none.
+func (p *redisProjection) Checkpoint(ctx context.Context) (eventstore.Position, error) {
+	return parseCheckpoint(p.rdb.Get(ctx, p.keys.checkpoint(p.name)).Result())
+}
+
+// Secrets is the secrets projection and the source of the report, cards
+// and details readers.
+type Secrets struct{ redisProjection }
+
+// NewSecrets returns the secrets projection writing under prefix ("" means
+// DefaultPrefix).
+func NewSecrets(rdb redis.UniversalClient, prefix string, logger *slog.Logger) *Secrets {
+	return &Secrets{newRedisProjection(SecretsProjection, rdb, prefix, logger)}
+}
 
 // StreamPrefixes is every stream, though only secret, user and group
-// events change this projection: a filtered subscription gets no
-// checkpoints while live, so a projection that saw no event of a command
+// events change this projection: EventStoreDB sends a filtered
+// subscription checkpoints only every so many events, so a projection that saw no event of a command
 // could not tell that it has passed the command's position, and a query
 // waiting for that position would wait in vain. Batches without an event
 // for it cost no Redis round trip (see Apply).
 func (s *Secrets) StreamPrefixes() []string { return nil }
-
-// Checkpoint loads the stored checkpoint; eventstore.Start if none.
-func (s *Secrets) Checkpoint(ctx context.Context) (eventstore.Position, error) {
-	v, err := s.rdb.Get(ctx, s.keys.checkpoint(SecretsProjection)).Result()
-	return parseCheckpoint(v, err)
-}
 
 func parseCheckpoint(v string, err error) (eventstore.Position, error) {
 	if errors.Is(err, redis.Nil) {
