@@ -533,7 +533,7 @@ func shellJoin(words []string) string {
 // image's settings.
 func TestDockerfileBuildCompilesServer(t *testing.T) {
 	if testing.Short() {
-		t.Skip("compiles ./cmd/mysafe; skipped with -short")
+		t.Skip("compiles ./cmd/mysafe (minutes on a cold build cache); runs in every go test without -short, as in CI")
 	}
 	img := readImage(t)
 	bin := filepath.Join(t.TempDir(), "mysafe")
@@ -562,7 +562,7 @@ func TestDockerfileBuildCompilesServer(t *testing.T) {
 // send.
 func serveLikeTheImage(t *testing.T, bin string, img image) {
 	if runtime.GOOS == "windows" {
-		t.Skip("stops the server with SIGTERM")
+		t.Skip("stops the server with SIGTERM, which Windows lacks; runs on Linux, as in CI")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
