@@ -26,6 +26,23 @@ var httpMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 // CopyableFields are the fields a user may copy; copying is audited.
 var CopyableFields = []string{"name", "url", "clientId", "clientSecret", "identifier"}
 
+// Visible returns the value of a copyable visible field; ok is false for
+// the client secret, which is sealed and must be opened by the caller, and
+// for a field that cannot be copied.
+func (f SecretFields) Visible(field string) (value string, ok bool) {
+	switch field {
+	case "name":
+		return f.Name, true
+	case "url":
+		return f.URL, true
+	case "clientId":
+		return f.ClientID, true
+	case "identifier":
+		return f.Identifier, true
+	}
+	return "", false
+}
+
 // Normalize trims the fields and checks every rule, naming the first field
 // that breaks one.
 func (f SecretFields) Normalize() (SecretFields, error) {

@@ -281,17 +281,9 @@ func (s *Server) copySecret(c *gin.Context) {
 	}
 	var value string
 	if err == nil {
-		f := out.state.Fields
-		switch in.Field {
-		case "name":
-			value = f.Name
-		case "url":
-			value = f.URL
-		case "clientId":
-			value = f.ClientID
-		case "identifier":
-			value = f.Identifier
-		case "clientSecret":
+		// The decision accepted the field: it is visible or the client secret.
+		var visible bool
+		if value, visible = out.state.Fields.Visible(in.Field); !visible {
 			value, err = s.cmds.unseal(c.Request.Context(), c.Param("id"), out.state.SealedClientSecret)
 		}
 	}

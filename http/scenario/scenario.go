@@ -179,6 +179,12 @@ func ShareAndUnshare(t *testing.T, env Env) {
 	if got := grantee.do(t, "POST", "/api/v1/secrets/"+id+"/reveal", nil).Want(t, 200).Body["clientSecret"]; got != plaintext {
 		t.Fatalf("grantee reveals %q; want the client secret", got)
 	}
+	for _, c := range []struct{ field, want string }{{"clientId", "billing-client"}, {"clientSecret", plaintext}} {
+		if got := grantee.do(t, "POST", "/api/v1/secrets/"+id+"/copy", map[string]any{"field": c.field}).Want(t, 200).Body["value"]; got != c.want {
+			t.Fatalf("grantee copies %s: %q; want %q", c.field, got, c.want)
+		}
+	}
+	grantee.do(t, "POST", "/api/v1/secrets/"+id+"/copy", map[string]any{"field": "notes"}).Want(t, 400)
 
 	// 3. The owner removes the grantee in the dialog and saves.
 	unshared := owner.do(t, "PUT", "/api/v1/secrets/"+id+"/shares", map[string]any{"grants": []any{}}).Want(t, 200)
@@ -221,7 +227,7 @@ func ShareAndUnshare(t *testing.T, env Env) {
 			}
 			types = append(types, e["type"].(string))
 		}
-		want := "SecretCreated ShareGranted SecretRevealed ShareRevoked"
+		want := "SecretCreated ShareGranted SecretRevealed SecretCopied SecretCopied ShareRevoked"
 		if strings.Join(types, " ") != want {
 			t.Fatalf("history = %v; want %s", types, want)
 		}
